@@ -1,0 +1,1 @@
+"""Detector: the teacher-student anomaly model, its training, evaluation and export."""
