@@ -43,7 +43,7 @@ def export_onnx(model_dir: Path, out: Path | None = None, opset: int = 17,
     meta = {"onnx": str(out), "opset": opset, "image_size": size,
             "input": "frames uint8 [batch, S, S, 3] RGB, resized as the model's `resize` says",
             **check}
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
