@@ -34,6 +34,7 @@ TRAINED = {
     "residual+ema": dict(student="residual", teacher_norm="moving_average"),
     "residual+frozen": dict(student="residual", teacher_norm="frozen"),
     "symmetric+ema": dict(student="symmetric", teacher_norm="moving_average"),
+    "symmetric+frozen": dict(student="symmetric", teacher_norm="frozen"),
     "cot+ema+pad": dict(student="cot", teacher_norm="moving_average", resize="pad"),
     "cot+ema+adam": dict(student="cot", teacher_norm="moving_average", optimizer="adam"),
 }
@@ -41,7 +42,10 @@ MAP_SETTINGS = {
     "mean,s4": dict(fusion="mean", smoothing_sigma=4.0),
     "mean,s0": dict(fusion="mean", smoothing_sigma=0.0),
     "product,s4": dict(fusion="product", smoothing_sigma=4.0),
+    # weights that equalise the levels' mean response on good images
     "weighted,s4": dict(fusion="weighted", smoothing_sigma=4.0),
+    # the stride-16 level alone
+    "level3,s4": dict(fusion="weighted", fusion_weights=(0.0, 0.0, 1.0), smoothing_sigma=4.0),
 }
 
 
@@ -69,7 +73,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     if args.device.startswith("cuda"):
         torch.set_num_threads(2)  # several runs share the host's cores
     spec = dict(TRAINED[name])
-    optimizer = spec.pop("optimizer", "sgd")
+    optimizer = spec.pop("optimizer", args.optimizer)
     config = ModelConfig(image_size=args.image_size, **spec)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
                            device=args.device, optimizer=optimizer,
@@ -87,7 +91,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         k: v for k, v in MAP_SETTINGS.items() if k in ("mean,s4", "product,s4")}
     for label, overrides in settings.items():
         overrides = dict(overrides)
-        if overrides["fusion"] == "weighted":
+        if overrides["fusion"] == "weighted" and "fusion_weights" not in overrides:
             overrides["fusion_weights"] = weights
         report = evaluate(model_dir, args.data, args.out / name / f"eval-{label}",
                           device=args.device, batch_size=32, heatmaps=0,
@@ -111,6 +115,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     parser.add_argument("--teacher-weights", type=Path, default=None)
     parser.add_argument("--all-maps", action="store_true")
     parser.add_argument("--summary", type=Path, default=None, help="also write the rows here")

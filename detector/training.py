@@ -2,7 +2,6 @@
 
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +27,9 @@ class TrainOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(30, ge=1)
     batch_size: int = Field(16, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Literal["sgd", "adam"] = "adam"
     learning_rate: float | None = Field(None, gt=0)  # None: 0.4 for SGD (STPM), 1e-3 for Adam
     validation_fraction: float = Field(0.2, gt=0, lt=1)
     seed: int = 0
@@ -177,10 +176,8 @@ def recalibrate_on_test(model_dir: Path, data: Path, options: TrainOptions) -> C
         scores.append(inspector.inspect(frames).scores)
     all_scores = np.concatenate(scores)
     labels = np.array([item.label for item in items])
-    good_logs = manifest.calibration
     calibration = calibrate(all_scores[labels == 0], all_scores[labels == 1])
     # keep the spread measured on held-out good images; only the threshold moves
-    calibration = calibration.model_copy(update={"log_scale": good_logs.log_scale})
-    shutil.copyfile(Path(model_dir) / "model.json", Path(model_dir) / "model.json.bak")
+    calibration = calibration.model_copy(update={"log_scale": manifest.calibration.log_scale})
     save_model(model_dir, model, calibration, manifest.training, model_id=manifest.model_id)
     return calibration

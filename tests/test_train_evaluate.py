@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from detector.training import TrainOptions, recalibrate_on_test
 from lineguard.cli import main
 
 
@@ -33,6 +34,13 @@ def test_train_then_evaluate_separates_defects_from_good(elpv, tmp_path):
     assert (tmp_path / "report" / "roc.png").stat().st_size > 1000
     assert len(list((tmp_path / "report" / "heatmaps").glob("*.png"))) == 4
     assert "| all |" in (tmp_path / "report" / "report.md").read_text()
+
+    # with labelled defects at hand, the threshold moves to F1-max on them
+    calibration = recalibrate_on_test(model_dir, elpv, TrainOptions())
+    assert calibration.threshold_source == "f1-max-labelled"
+    assert calibration.defect_count == 60 and calibration.good_count == 60
+    assert json.loads((model_dir / "model.json").read_text())["calibration"] == \
+        calibration.model_dump()
 
 
 def test_cli_errors_name_the_missing_path(tmp_path, capsys):

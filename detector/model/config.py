@@ -21,8 +21,9 @@ class ModelConfig(BaseModel):
     image_size: int = Field(256, ge=64, le=1024)
     # stretch: resize to a square; pad: keep the aspect ratio, reflect-pad to a square
     resize: Literal["stretch", "pad"] = "stretch"
-    fusion: Literal["product", "mean", "weighted"] = "mean"
-    fusion_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # the stride-16 level alone measured best on magnetic tiles and ELPV (docs/results.md)
+    fusion: Literal["product", "mean", "weighted"] = "weighted"
+    fusion_weights: tuple[float, float, float] = (0.0, 0.0, 1.0)
     smoothing_sigma: float = Field(4.0, ge=0, le=32)
 
     @field_validator("image_size")
