@@ -79,5 +79,5 @@ def test_unknown_architecture_is_refused(tmp_path, model, some_calibration):
     manifest = json.loads((tmp_path / "m" / "model.json").read_text())
     manifest["architecture"]["backbone"] = "vgg16"
     (tmp_path / "m" / "model.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelLoadError, match="cannot build"):
+    with pytest.raises(ModelLoadError, match="does not describe a model"):
         load_model(tmp_path / "m")

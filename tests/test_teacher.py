@@ -56,7 +56,7 @@ def test_teacher_features_do_not_depend_on_the_batch_while_adapting():
     teacher.load_state_dict(state)
     in_batch = teacher(torch.cat([frame, others]))
     for a, b in zip(alone, in_batch, strict=True):
-        assert torch.allclose(a[0], b[0], atol=1e-5)
+        assert torch.allclose(a[0], b[0], rtol=1e-4, atol=1e-4)
     assert any(isinstance(m, MovingAverageBatchNorm2d) and m.training for m in teacher.modules())
 
 

@@ -115,10 +115,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or mismatched:
-        detail = (f"missing {missing[:3]}" if missing else "") + (
-            f" shape mismatch {mismatched[:3]}" if mismatched else "")
+    if missing or unexpected or mismatched:
+        detail = " ".join(f"{label} {keys[:3]}" for label, keys in (
+            ("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys)
         raise TeacherWeightsError(
             f"teacher weights in {path} do not fit {type(module).__name__}: {detail.strip()}")
     module.load_state_dict({k: state[k] for k in own}, strict=True)
