@@ -1,6 +1,7 @@
 """`lineguard export`: one ONNX graph from uint8 frames to image scores and fused maps."""
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +35,24 @@ def export_onnx(model_dir: Path, out: Path | None = None, opset: int = 17,
     out = Path(out) if out else Path(model_dir) / "model.onnx"
     wrapper = FramesToScores(model).eval()
     example = torch.randint(0, 256, (check_batch, size, size, 3), dtype=torch.uint8)
-    torch.onnx.export(
-        wrapper, (example,), str(out), input_names=["frames"], output_names=["scores", "maps"],
-        dynamic_axes={"frames": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}},
-        opset_version=opset, dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # the exporter's notes on slices it cannot constant-fold are harmless
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        _export(wrapper, example, out, opset)
     check = verify_onnx(out, wrapper, size, batch=check_batch + 1)
     meta = {"onnx": str(out), "opset": opset, "image_size": size,
             "input": "frames uint8 [batch, S, S, 3] RGB, resized as the model's `resize` says",
             **check}
     out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def _export(wrapper: nn.Module, example: torch.Tensor, out: Path, opset: int) -> None:
+    torch.onnx.export(
+        wrapper, (example,), str(out), input_names=["frames"], output_names=["scores", "maps"],
+        dynamic_axes={"frames": {0: "batch"}, "scores": {0: "batch"}, "maps": {0: "batch"}},
+        opset_version=opset, dynamo=False,
+    )
 
 
 @torch.no_grad()

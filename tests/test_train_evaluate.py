@@ -1,6 +1,7 @@
 """Train on a small slice of real data (ELPV solar cells), evaluate, export: end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,14 @@ def test_resnet18_without_weights_is_an_error_not_random(elpv, tmp_path, capsys)
     assert code == 2
     assert "--teacher-weights" in capsys.readouterr().err
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_small_demo_trains_evaluates_exports_and_reuses(tmp_path, capsys):
+    assert main(["demo", "--small", "--out", str(tmp_path)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    for key in ("model", "report", "heatmaps", "onnx"):
+        assert Path(first[key]).exists(), key
+    weights = Path(first["model"]) / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert main(["demo", "--small", "--out", str(tmp_path)]) == 0
+    assert weights.stat().st_mtime_ns == stamp  # the second run reuses the trained model

@@ -215,6 +215,8 @@ def render_panel(frame: np.ndarray, normalised_map: np.ndarray, score: float,
     panel = np.concatenate([frame, overlay, truth], axis=1)
     verdict = "DEFECT" if score >= 0.5 else "good"
     text = f"{item.defect_type}  score {score:.2f} -> {verdict}"
-    cv2.putText(panel, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 2)
-    cv2.putText(panel, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    cv2.rectangle(panel, (0, 0), (width + 10, height + 10), (0, 0, 0), thickness=-1)
+    cv2.putText(panel, text, (5, height + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                cv2.LINE_AA)
     return panel
