@@ -13,6 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from detector.evaluation.metrics import f1_max
+
 DECISION_POINT = 0.5
 _EPS = 1e-12
 
@@ -75,13 +77,5 @@ def calibrate(good_scores: np.ndarray, defect_scores: np.ndarray | None = None) 
 def best_f1_threshold(good: np.ndarray, defects: np.ndarray) -> float:
     """Raw threshold (score >= t is a defect) with the highest F1; ties go to the higher one."""
     scores = np.concatenate([good, defects])
-    labels = np.concatenate([np.zeros(good.size), np.ones(defects.size)])
-    order = np.argsort(-scores, kind="stable")
-    scores, labels = scores[order], labels[order]
-    true_pos = np.cumsum(labels)
-    predicted = np.arange(1, scores.size + 1)
-    # only the last index of each run of equal scores is a reachable threshold
-    last = np.r_[scores[1:] != scores[:-1], True]
-    f1 = 2 * true_pos / (predicted + defects.size)
-    f1 = np.where(last, f1, -1.0)
-    return float(scores[int(np.argmax(f1))])
+    labels = np.concatenate([np.zeros(len(good)), np.ones(len(defects))])
+    return f1_max(labels, scores)[1]

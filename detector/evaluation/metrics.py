@@ -6,19 +6,24 @@ import cv2
 import numpy as np
 
 
-def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False- and true-positive rates at every distinct threshold, starting at (0, 0)."""
+def _counts_by_threshold(labels: np.ndarray, scores: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """At every distinct score t, highest first: t, positives and all samples with score >= t."""
     labels = np.asarray(labels).ravel().astype(bool)
     scores = np.asarray(scores).ravel()
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        raise ValueError("ROC needs both positive and negative samples")
     order = np.argsort(-scores, kind="stable")
     sorted_scores, sorted_labels = scores[order], labels[order]
     distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
-    true_pos = np.cumsum(sorted_labels)[distinct]
-    false_pos = (distinct + 1) - true_pos
-    return (np.r_[0.0, false_pos / negatives], np.r_[0.0, true_pos / positives])
+    return sorted_scores[distinct], np.cumsum(sorted_labels)[distinct], distinct + 1, int(labels.sum())
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct threshold, starting at (0, 0)."""
+    _, true_pos, predicted, positives = _counts_by_threshold(labels, scores)
+    negatives = np.size(labels) - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("ROC needs both positive and negative samples")
+    return np.r_[0.0, (predicted - true_pos) / negatives], np.r_[0.0, true_pos / positives]
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -28,20 +33,16 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def f1_max(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
-    """The best F1 over all thresholds (score >= t is positive) and that threshold."""
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores).ravel()
-    positives = int(labels.sum())
+    """The best F1 over all thresholds (score >= t is positive) and that threshold.
+
+    Of equally good thresholds, the highest is returned.
+    """
+    thresholds, true_pos, predicted, positives = _counts_by_threshold(labels, scores)
     if positives == 0:
         raise ValueError("F1 needs positive samples")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    distinct = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_labels.size - 1]
-    true_pos = np.cumsum(sorted_labels)[distinct]
-    predicted = distinct + 1
     f1 = 2 * true_pos / (predicted + positives)
     best = int(np.argmax(f1))
-    return float(f1[best]), float(sorted_scores[distinct[best]])
+    return float(f1[best]), float(thresholds[best])
 
 
 def aupro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray], fpr_limit: float = 0.3) -> float:
