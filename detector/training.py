@@ -3,7 +3,6 @@
 import math
 import random
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -58,23 +57,21 @@ def load_prepared(paths: list[Path], config: ModelConfig, desc: str) -> torch.Te
 
 
 @torch.no_grad()
-def score_batches(model: TeacherStudent, frames: torch.Tensor, batch_size: int, device: str
-                  ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Validation pass: mean distillation loss, image scores and fused maps."""
+def validate(model: TeacherStudent, frames: torch.Tensor, batch_size: int, device: str
+             ) -> tuple[float, np.ndarray]:
+    """Validation pass: mean distillation loss and image scores, from one forward pass."""
     model.eval()
-    losses, scores, maps = [], [], []
+    losses, scores = [], []
     for start in range(0, len(frames), batch_size):
         x = model.normaliser(frames[start:start + batch_size].to(device))
         teacher_levels, student_levels = model.features(x)
         losses.append(float(stpm_loss(teacher_levels, student_levels)) * len(x))
-        batch_scores, batch_maps = model(x)
+        batch_scores, _ = model.score_features(teacher_levels, student_levels, tuple(x.shape[-2:]))
         scores.append(batch_scores.cpu().numpy())
-        maps.append(batch_maps.cpu().numpy())
-    return sum(losses) / len(frames), np.concatenate(scores), np.concatenate(maps)
+    return sum(losses) / len(frames), np.concatenate(scores)
 
 
-def train(data: Path, out: Path, config: ModelConfig, options: TrainOptions,
-          on_epoch: Callable[[int, float, float], None] | None = None) -> Path:
+def train(data: Path, out: Path, config: ModelConfig, options: TrainOptions) -> Path:
     """Train on the good images of `data` and write the best epoch's model to `out`.
 
     The model is (re)written each time validation loss improves, so an interrupted run leaves
@@ -133,18 +130,15 @@ def train(data: Path, out: Path, config: ModelConfig, options: TrainOptions,
                 optimizer.step()
                 running += float(loss.detach()) * len(index)
             train_loss = running / len(order)
-            val_loss, val_scores, _ = score_batches(model, val_frames, options.batch_size,
-                                                    options.device)
+            val_loss, val_scores = validate(model, val_frames, options.batch_size, options.device)
             progress.set_postfix(loss=f"{train_loss:.4f}", val=f"{val_loss:.4f}",
                                  best=best_epoch)
             log.info("epoch", epoch=epoch, train_loss=round(train_loss, 5),
                      validation_loss=round(val_loss, 5))
-            if on_epoch:
-                on_epoch(epoch, train_loss, val_loss)
             if val_loss < best_loss:
                 best_loss, best_epoch = val_loss, epoch
                 summary.update(best_epoch=epoch, validation_loss=val_loss,
-                               seconds=round(time.monotonic() - started, 1))
+                               seconds_to_best_epoch=round(time.monotonic() - started, 1))
                 save_model(out, model, calibrate(val_scores), summary)
             elif options.patience and epoch - best_epoch >= options.patience:
                 log.info("early stop", epoch=epoch, best_epoch=best_epoch)
@@ -154,11 +148,10 @@ def train(data: Path, out: Path, config: ModelConfig, options: TrainOptions,
         raise
     finally:
         progress.close()
-    summary["seconds"] = round(time.monotonic() - started, 1)
     if options.calibrate_on_test:
         recalibrate_on_test(out, data, options)
     log.info("trained", model=str(out), best_epoch=best_epoch, validation_loss=best_loss,
-             seconds=summary["seconds"])
+             seconds=round(time.monotonic() - started, 1))
     return Path(out)
 
 

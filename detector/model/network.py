@@ -43,17 +43,17 @@ class TeacherStudent(nn.Module):
             teacher_levels = self.teacher(x)
         return teacher_levels, self.student(x)
 
-    def anomaly_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused, smoothed anomaly map (B, H, W) at the input size, in float32."""
-        teacher_levels, student_levels = self.features(x)
-        maps = level_maps(teacher_levels, student_levels, size=tuple(x.shape[-2:]))
+    def score_features(self, teacher_levels: list[torch.Tensor], student_levels: list[torch.Tensor],
+                       size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores (B,) and fused, smoothed float32 maps (B, H, W) from both feature sets."""
+        maps = level_maps(teacher_levels, student_levels, size=size)
         fused = fuse_maps(maps.float(), self.config.fusion, self.config.fusion_weights)
-        return gaussian_blur(fused, self.config.smoothing_sigma)
+        fused = gaussian_blur(fused, self.config.smoothing_sigma)
+        return image_score(fused), fused
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (B, 3, H, W) -> image scores (B,) and fused maps (B, H, W)."""
-        fused = self.anomaly_map(x)
-        return image_score(fused), fused
+        return self.score_features(*self.features(x), size=tuple(x.shape[-2:]))
 
     def forward_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 RGB frames (B, H, W, 3) at the model's size -> scores and fused maps."""
