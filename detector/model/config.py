@@ -20,7 +20,8 @@ class ModelConfig(BaseModel):
     eman_momentum: float = Field(0.001, gt=0, lt=1)
     image_size: int = Field(256, ge=64, le=1024)
     # stretch: resize to a square; pad: keep the aspect ratio, reflect-pad to a square
-    resize: Literal["stretch", "pad"] = "stretch"
+    # pad measured better than stretch on magnetic tiles' many aspect ratios (docs/results.md)
+    resize: Literal["stretch", "pad"] = "pad"
     # the stride-16 level alone measured best on magnetic tiles and ELPV (docs/results.md)
     fusion: Literal["product", "mean", "weighted"] = "weighted"
     fusion_weights: tuple[float, float, float] = (0.0, 0.0, 1.0)
