@@ -104,14 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path, help="MVTec AD layout (train/good) or image folder")
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     _add_architecture(train)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    from detector.training import TrainOptions
+
+    defaults = TrainOptions()
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.optimizer)
     train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--validation-fraction", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="cpu")
-    train.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    train.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--device", default=defaults.device)
+    train.add_argument("--precision", choices=["float32", "bfloat16"], default=defaults.precision)
     train.add_argument("--teacher-weights", type=Path, default=None,
                        help="ImageNet weights file of the teacher (required for resnet18)")
     train.add_argument("--calibrate-on-test", action="store_true",
