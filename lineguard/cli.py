@@ -154,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, default=None, help="an MVTec AD layout instead of ELPV")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.set_defaults(func=cmd_demo)
+
+    from lineguard.service_commands import add_service_commands
+
+    add_service_commands(commands)
     return parser
 
 
@@ -162,9 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(json_output=True if args.log_json else None)
     from detector.model.teacher import TeacherWeightsError
     from detector.store import ModelLoadError
+    from lineguard.service_commands import run_errors
 
+    codes = run_errors()
     try:
         return args.func(args)
+    except tuple(codes) as error:
+        log.error(str(error))
+        print(f"lineguard: error: {error}", file=sys.stderr)
+        return codes[type(error)]
     except (ModelLoadError, TeacherWeightsError, FileNotFoundError, ValueError) as error:
         log.error(str(error))
         print(f"lineguard: error: {error}", file=sys.stderr)

@@ -29,7 +29,8 @@ def configure_logging(json_output: bool | None = None, level: str | None = None)
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level_name, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # resolved at each use, so a replaced sys.stderr (tests, daemons) is followed
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
 

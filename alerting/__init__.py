@@ -1,0 +1,1 @@
+"""Alerting service: defective frames in, defect events with regions and heatmap crops out."""
