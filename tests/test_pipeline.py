@@ -358,3 +358,26 @@ def test_topics_and_produce_commands(broker, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LINEGUARD_KAFKA__BOOTSTRAP_TIMEOUT_MS", "1000")
     assert main(["produce", str(folder)]) == 3
     assert "cannot reach Kafka" in capsys.readouterr().err
+
+
+def test_lines_are_served_by_their_configured_models(broker, pipeline_model, redis_url, tmp_path):
+    import shutil
+
+    from detector.store import read_manifest
+
+    other = tmp_path / "other-model"
+    shutil.copytree(pipeline_model, other)
+    manifest = read_manifest(other)
+    (other / "model.json").write_text(
+        manifest.model_copy(update={"model_id": "line-b-model"}).model_dump_json())
+    kafka = kafka_settings(broker.bootstrap)
+    topics = make_topics(kafka)
+    worker = DetectorWorker(detector_settings(kafka, topics, redis_settings(redis_url), pipeline_model,
+                                              line_models={"line-b": other}))
+    frames = elpv_frames(2, 0)
+    with running(worker):
+        publish(kafka, topics, "line-a", frames)
+        publish(kafka, topics, "line-b", frames)
+        records = inspections(kafka, topics, 4)
+    models = {(r.line_id, r.model_id) for r in records}
+    assert models == {("line-a", read_manifest(pipeline_model).model_id), ("line-b", "line-b-model")}
