@@ -85,6 +85,163 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time(text: str):
+    from datetime import UTC, datetime
+
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _who() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from lineguard.tool_settings import ToolSettings
+    from shared.thresholds import (
+        DEFAULT_LINE,
+        ThresholdKeys,
+        connect,
+        list_thresholds,
+        set_threshold,
+        threshold_history,
+        unset_threshold,
+    )
+
+    settings = ToolSettings.load(args.config)
+    client, keys = connect(settings.redis), ThresholdKeys(settings.redis.prefix)
+    line = DEFAULT_LINE if getattr(args, "line", None) == "default" else getattr(args, "line", None)
+    shown = {DEFAULT_LINE: "default"}
+    if args.action == "get":
+        values = list_thresholds(client, keys)
+        if line in values:
+            print(f"{args.line} {values[line]} ({'line' if line != DEFAULT_LINE else 'default'} key)")
+        elif DEFAULT_LINE in values:
+            print(f"{args.line} {values[DEFAULT_LINE]} (default key)")
+        else:
+            print(f"{args.line} not set: the model's default (0.5) applies")
+    elif args.action == "set":
+        previous = set_threshold(client, keys, line, args.value, who=args.who or _who(),
+                                 reason=args.reason or "")
+        print(f"{args.line}: {previous if previous is not None else 'unset'} -> {float(args.value)}")
+    elif args.action == "unset":
+        removed = unset_threshold(client, keys, line, who=args.who or _who(), reason=args.reason or "")
+        print(f"{args.line}: {'removed' if removed else 'was not set'}")
+    elif args.action == "list":
+        for name, value in list_thresholds(client, keys).items():
+            print(f"{shown.get(name, name)} {value}")
+    elif args.action == "history":
+        for row in threshold_history(client, keys, line, args.count):
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(row.get("time", 0))))
+            print(f"{when} {shown.get(row['line'], row['line'])} {row.get('old') or 'unset'} -> "
+                  f"{row.get('new') or 'unset'} by {row.get('who')}"
+                  + (f" ({row['reason']})" if row.get("reason") else ""))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from producer.recording import record_mvtec, record_source, record_topic
+    from producer.sources import open_source
+
+    settings = _tool_settings(args)
+    if args.mvtec:
+        count = record_mvtec(args.mvtec, args.out, args.line or "line-1", args.camera or "cam-1",
+                             limit=args.limit)
+        skipped = 0
+    elif args.source:
+        frames = open_source(args.source, idle_timeout_s=args.idle_timeout, limit=args.limit)
+        count = record_source(frames, args.out, args.source, args.line or "line-1",
+                              args.camera or "cam-1", limit=args.limit)
+        skipped = 0
+    else:
+        consumer = _topic_reader(settings, settings.topics.frames.name, args.since)
+        try:
+            count, skipped = record_topic(consumer, args.out, f"topic:{settings.topics.frames.name}",
+                                          line_id=args.line, since=args.since, until=args.until,
+                                          count=args.limit, idle_timeout_s=args.idle_timeout or 5.0)
+        finally:
+            consumer.close()
+    print(json.dumps({"recording": str(args.out), "frames": count, "skipped_invalid": skipped}))
+    return 0
+
+
+def _tool_settings(args: argparse.Namespace):
+    from lineguard.tool_settings import ToolSettings
+
+    return ToolSettings.load(args.config)
+
+
+def _topic_reader(settings, topic: str, since):
+    """A group-less consumer on every partition of `topic`, from `since` (or the beginning)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from shared.kafka import client_options
+
+    consumer = KafkaConsumer(**client_options(settings.kafka), group_id=None, enable_auto_commit=False,
+                             max_partition_fetch_bytes=settings.kafka.max_message_bytes)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    if not partitions:
+        consumer.close()
+        raise ValueError(f"topic {topic} does not exist")
+    consumer.assign(partitions)
+    offsets = (consumer.offsets_for_times({tp: int(since.timestamp() * 1000) - 60_000
+                                           for tp in partitions}) if since else {})
+    for tp in partitions:
+        if offsets.get(tp) is not None:
+            consumer.seek(tp, offsets[tp].offset)
+        else:
+            consumer.seek_to_beginning(tp)
+    return consumer
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from producer.publisher import FramePublisher
+    from producer.recording import read_recording, replay_frames
+    from producer.settings import ProducerSettings
+    from shared.kafka import make_producer
+
+    settings = ProducerSettings.load(args.config)
+    entries = read_recording(args.recording)
+    speed = None if args.as_fast_as_possible else args.speed
+    producer = make_producer(settings.kafka)
+    try:
+        summary = FramePublisher(settings, producer).publish(
+            replay_frames(args.recording, entries, speed, line_id=args.line,
+                          fresh_ids=args.fresh_ids, restamp=args.restamp))
+    finally:
+        producer.close(timeout=10)
+    print(json.dumps(summary.as_dict() | {"recording": str(args.recording)}))
+    return 0 if summary.failed == 0 else 1
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from lineguard.validation import validate_offline, validate_online
+
+    settings = _tool_settings(args)
+    out = args.out or Path(args.recording) / ("validation-offline" if args.offline else "validation")
+    if args.offline:
+        report = validate_offline(args.recording, args.model or settings.model, out,
+                                  threshold=args.threshold, target_recall=args.target_recall,
+                                  device=args.device)
+    else:
+        report = validate_online(args.recording, settings, out, line_id=args.line,
+                                 target_recall=args.target_recall, speed=args.speed,
+                                 timeout_s=args.timeout)
+    frames, metrics = report["frames"], report["metrics"]
+    print(json.dumps({"report": str(out / "report.md"), **frames,
+                      **{k: metrics.get(k) for k in ("image_auroc", "precision", "recall", "f1",
+                                                     "best_f1_threshold", "target_recall_threshold")}},
+                     default=str))
+    return 0 if frames["lost"] == 0 else 4
+
+
 def add_service_commands(commands) -> None:
     config_help = "YAML settings file (environment variables LINEGUARD_* override it)"
 
@@ -115,6 +272,69 @@ def add_service_commands(commands) -> None:
     topics.add_argument("action", choices=["create"])
     topics.add_argument("--config", type=Path, default=None, help=config_help)
     topics.set_defaults(func=cmd_topics)
+
+    threshold = commands.add_parser("threshold", help="per-line thresholds in Redis")
+    actions = threshold.add_subparsers(dest="action", required=True)
+    for name, text in [("get", "the threshold a line uses"), ("set", "set a line's threshold"),
+                       ("unset", "remove a line's threshold"), ("list", "every threshold key"),
+                       ("history", "audited changes, oldest first")]:
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--config", type=Path, default=None, help=config_help)
+        if name in ("get", "set", "unset"):
+            action.add_argument("line", help="line id, or `default` for the default key")
+        if name == "history":
+            action.add_argument("line", nargs="?", default=None)
+            action.add_argument("--count", type=int, default=20)
+        if name == "set":
+            action.add_argument("value", help="normalised score units, 0 < value < 1")
+        if name in ("set", "unset"):
+            action.add_argument("--reason", default=None)
+            action.add_argument("--who", default=None, help="default: user@host")
+    threshold.set_defaults(func=cmd_threshold)
+
+    record = commands.add_parser("record", help="record frames into a recording folder")
+    record.add_argument("out", type=Path, help="recording folder to create")
+    source = record.add_mutually_exclusive_group()
+    source.add_argument("--source", default=None, help="a producer source (see produce)")
+    source.add_argument("--mvtec", type=Path, default=None,
+                        help="an MVTec AD layout: test/ images with labels and masks")
+    record.add_argument("--config", type=Path, default=None, help=config_help)
+    record.add_argument("--line", default=None, help="topic: only this line; others: the line id")
+    record.add_argument("--camera", default=None)
+    record.add_argument("--since", type=_time, default=None, help="topic: capture time from (ISO)")
+    record.add_argument("--until", type=_time, default=None, help="topic: capture time up to (ISO)")
+    record.add_argument("--limit", type=int, default=None, help="at most N frames")
+    record.add_argument("--idle-timeout", type=float, default=None,
+                        help="topic/ZeroMQ: stop after this many seconds without frames (topic: 5)")
+    record.set_defaults(func=cmd_record)
+
+    replay = commands.add_parser("replay", help="publish a recording to the frames topic")
+    replay.add_argument("recording", type=Path)
+    replay.add_argument("--config", type=Path, default=None, help=config_help)
+    replay.add_argument("--speed", type=float, default=1.0, help="1: the original pace; 2: twice as fast")
+    replay.add_argument("--as-fast-as-possible", action="store_true")
+    replay.add_argument("--line", default=None, help="publish onto this line id instead")
+    replay.add_argument("--fresh-ids", default=None, metavar="PREFIX",
+                        help="prefix frame ids (so a pipeline does not treat them as redeliveries)")
+    replay.add_argument("--restamp", action="store_true", help="capture time = time of sending")
+    replay.set_defaults(func=cmd_replay)
+
+    validate = commands.add_parser("validate", help="validate a model and threshold on a recording")
+    validate.add_argument("recording", type=Path)
+    validate.add_argument("--config", type=Path, default=None, help=config_help)
+    validate.add_argument("--out", type=Path, default=None)
+    validate.add_argument("--offline", action="store_true", help="run the model here, without Kafka")
+    validate.add_argument("--model", type=Path, default=None, help="offline: model directory")
+    validate.add_argument("--threshold", type=float, default=None,
+                          help="offline: threshold (default: the model's, 0.5)")
+    validate.add_argument("--device", default="cpu")
+    validate.add_argument("--line", default=None, help="replay onto this line id")
+    validate.add_argument("--speed", type=float, default=None,
+                          help="replay pace (default: as fast as possible)")
+    validate.add_argument("--target-recall", type=float, default=0.95)
+    validate.add_argument("--timeout", type=float, default=120.0,
+                          help="give up waiting after this many seconds without a new inspection")
+    validate.set_defaults(func=cmd_validate)
 
     broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker (local use)")
     broker.add_argument("--port", type=int, default=9092)

@@ -11,9 +11,18 @@ from kafka import KafkaProducer
 from producer.settings import ProducerSettings
 from producer.sources import SourceFrame
 from shared.logging import get_logger
-from shared.schemas import FrameHeaders
+from shared.schemas import FrameHeaders, utc_now
 
 log = get_logger("lineguard.producer")
+
+
+def headers_for(frame: SourceFrame, line_id: str, camera_id: str, sequence: int) -> FrameHeaders:
+    """The headers a producer gives a frame from a source: ids from the source or settings."""
+    return FrameHeaders(
+        frame_id=frame.frame_id or uuid.uuid4().hex, line_id=line_id,
+        camera_id=frame.camera_id or camera_id, capture_time=frame.capture_time,
+        sequence=sequence, content_type=frame.content_type, part_id=frame.part_id,
+        label=frame.label)
 
 
 class BrokerGoneError(RuntimeError):
@@ -52,13 +61,16 @@ class FramePublisher:
         self.producer = producer
         self.sequence = 0
         self._consecutive_failures = 0
+        self.sent_headers: list[FrameHeaders] = []  # what was handed to the broker, in order
 
     def headers_for(self, frame: SourceFrame) -> FrameHeaders:
-        headers = FrameHeaders(
-            frame_id=frame.frame_id or uuid.uuid4().hex, line_id=self.settings.line_id,
-            camera_id=frame.camera_id or self.settings.camera_id,
-            capture_time=frame.capture_time, sequence=self.sequence,
-            content_type=frame.content_type, part_id=frame.part_id, label=frame.label)
+        if frame.headers is not None:
+            headers = frame.headers
+            if frame.restamp:
+                headers = headers.model_copy(update={"capture_time": utc_now()})
+        else:
+            headers = headers_for(frame, self.settings.line_id, self.settings.camera_id,
+                                  self.sequence)
         self.sequence += 1
         return headers
 
@@ -75,17 +87,20 @@ class FramePublisher:
                 if stop() or (limit is not None and taken >= limit):
                     break
                 taken += 1
-                if s.fps > 0:
-                    due = started + (taken - 1) / s.fps
-                    time.sleep(max(0.0, due - time.monotonic()))
+                if frame.due_s is not None:
+                    time.sleep(max(0.0, started + frame.due_s - time.monotonic()))
+                elif s.fps > 0:
+                    time.sleep(max(0.0, started + (taken - 1) / s.fps - time.monotonic()))
                 if len(frame.data) > s.max_frame_bytes:
                     summary.skipped += 1
                     log.error("frame larger than max_frame_bytes skipped", origin=frame.origin,
                               size=len(frame.data))
                     continue
                 headers = self.headers_for(frame)
-                item = _InFlight(None, frame.data, headers.camera_id.encode(), headers.to_kafka(),
+                kafka_headers = headers.to_kafka() + [(k, v.encode()) for k, v in frame.extra_headers]
+                item = _InFlight(None, frame.data, headers.camera_id.encode(), kafka_headers,
                                  headers.frame_id)
+                self.sent_headers.append(headers)
                 self._send(item)
                 in_flight.append(item)
                 while len(in_flight) >= s.max_in_flight:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from detector.decoding import FrameRejectedError, sniff_image
 from detector.frames import IMAGE_SUFFIXES
 from shared.logging import get_logger
-from shared.schemas import ID_PATTERN, utc_now
+from shared.schemas import ID_PATTERN, FrameHeaders, utc_now
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg")
 log = get_logger("lineguard.producer")
@@ -37,6 +37,13 @@ class SourceFrame:
     part_id: str | None = None
     label: str | None = None
     origin: str = ""  # a file name or stream position, for logs
+    # Replays: the recorded headers (sent as they are), extra headers, when to send the frame
+    # relative to the start (None: at once or at the producer's fps), and whether to set the
+    # capture time to the moment of sending
+    headers: FrameHeaders | None = None
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    due_s: float | None = None
+    restamp: bool = False
 
 
 def encode_image(data: bytes, jpeg_quality: int) -> tuple[bytes, str]:

@@ -219,7 +219,7 @@ def set_threshold(client: redis.Redis, keys: ThresholdKeys, line_id: str, value:
     """Validate and write a threshold, append it to the audit stream and notify workers.
     Returns the previous value (None if there was none)."""
     checked = parse_threshold(value)
-    key = keys.default if line_id == DEFAULT_LINE else keys.line(line_id)
+    key = _key(keys, line_id)
     previous = client.get(key)
     pipe = client.pipeline()
     pipe.set(key, repr(checked))
@@ -232,3 +232,48 @@ def set_threshold(client: redis.Redis, keys: ThresholdKeys, line_id: str, value:
         return parse_threshold(previous) if previous is not None else None
     except ThresholdError:
         return None
+
+
+def _key(keys: ThresholdKeys, line_id: str) -> str:
+    return keys.default if line_id == DEFAULT_LINE else keys.line(line_id)
+
+
+def unset_threshold(client: redis.Redis, keys: ThresholdKeys, line_id: str, who: str,
+                    reason: str = "") -> bool:
+    """Remove a line's threshold (it falls back to the default); audited and notified."""
+    key = _key(keys, line_id)
+    previous = client.get(key)
+    if previous is None:
+        return False
+    pipe = client.pipeline()
+    pipe.delete(key)
+    pipe.xadd(keys.audit, {"line": line_id, "old": previous, "new": "", "who": who,
+                           "reason": reason, "time": f"{time.time():.3f}"},
+              maxlen=10_000, approximate=True)
+    pipe.publish(keys.channel, line_id)
+    pipe.execute()
+    return True
+
+
+def list_thresholds(client: redis.Redis, keys: ThresholdKeys) -> dict[str, str]:
+    """Every threshold key's raw text: line id -> value (DEFAULT_LINE for the default)."""
+    line_keys = sorted(client.scan_iter(match=keys.line_pattern, count=500))
+    values = client.mget([keys.default, *line_keys])
+    found = {DEFAULT_LINE: values[0]} if values[0] is not None else {}
+    for key, value in zip(line_keys, values[1:], strict=True):
+        if value is not None:
+            found[keys.line_of(key.decode())] = value
+    return {line: value.decode(errors="replace") for line, value in found.items()}
+
+
+def threshold_history(client: redis.Redis, keys: ThresholdKeys, line_id: str | None = None,
+                      count: int = 20) -> list[dict[str, str]]:
+    """The newest `count` audited changes (of one line, when given), oldest first."""
+    entries = []
+    for entry_id, fields in client.xrevrange(keys.audit, count=count if line_id is None else 10_000):
+        row = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+        if line_id is None or row.get("line") == line_id:
+            entries.append({"id": entry_id.decode(), **row})
+        if len(entries) >= count:
+            break
+    return entries[::-1]
