@@ -34,8 +34,11 @@ def find_regions(normalised: np.ndarray, threshold: float, min_area: int,
 
 
 def heat_overlay(rgb: np.ndarray, normalised: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The frame (RGB) with the normalised map drawn over it as a JET heatmap."""
-    heat = cv2.applyColorMap(np.clip(normalised * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    """The frame (RGB) with the map drawn over it as a JET heatmap, stretched from the frame's
+    lowest to its highest score so the anomaly stands out whatever the score scale."""
+    low, high = float(normalised.min()), float(normalised.max())
+    scaled = (normalised - low) / (high - low) if high > low else np.zeros_like(normalised)
+    heat = cv2.applyColorMap(np.clip(scaled * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(rgb, 1 - alpha, heat, alpha, 0)
 

@@ -16,6 +16,7 @@ from alerting.webhook import post_event
 from detector.decoding import FrameLimits, FrameRejectedError, decode_frame
 from detector.frames import map_to_frame
 from shared.kafka import (
+    AssignmentTracker,
     BrokerProbe,
     commit_processed,
     make_consumer,
@@ -116,6 +117,7 @@ class AlertingService:
         self._stop = threading.Event()
         self.http: HealthServer | None = None
         self.published = 0
+        self.partitions = AssignmentTracker("alerting")
 
     def stop(self) -> None:
         self._stop.set()
@@ -216,7 +218,7 @@ class AlertingService:
         s = self.settings
         self.producer = make_producer(s.kafka)
         self.consumer = make_consumer(s.kafka, s.group_id)
-        self.consumer.subscribe([s.topics.alerts.name])
+        self.consumer.subscribe([s.topics.alerts.name], listener=self.partitions)
         self.probe = BrokerProbe(s.kafka, lambda ok, why: self.health.set_ready("broker", ok, why)).start()
         if s.http.enabled:
             self.http = HealthServer(s.http, self.health, self.metrics.registry).start()

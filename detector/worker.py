@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from detector.batching import MicroBatcher
@@ -20,6 +20,7 @@ from detector.settings import DetectorSettings
 from detector.telemetry import DetectorMetrics
 from lineguard import __version__
 from shared.kafka import (
+    AssignmentTracker,
     BrokerProbe,
     commit_processed,
     consumer_lag,
@@ -103,7 +104,10 @@ class DetectorWorker:
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.http: HealthServer | None = None
         self.processed = 0
-        self.assignment: frozenset[TopicPartition] = frozenset()  # kept by the rebalance listener
+        # Frames polled from a partition that a rebalance takes away are dropped uncommitted:
+        # the partition's new owner inspects them
+        self.partitions = AssignmentTracker("detector", on_revoked=lambda revoked: self.batcher.drop(
+            lambda pending: pending.partition in revoked))
 
     def stop(self) -> None:
         """Ask the loop to finish: the frames already polled are inspected and committed."""
@@ -243,7 +247,7 @@ class DetectorWorker:
         settings = self.settings
         self.producer = make_producer(settings.kafka)
         self.consumer = make_consumer(settings.kafka, settings.group_id)
-        self.consumer.subscribe([settings.topics.frames.name], listener=_Rebalance(self))
+        self.consumer.subscribe([settings.topics.frames.name], listener=self.partitions)
         self.thresholds.start()
         self.probe = BrokerProbe(settings.kafka,
                                  lambda ok, why: self.health.set_ready("broker", ok, why)).start()
@@ -264,25 +268,6 @@ class DetectorWorker:
             except Exception as error:
                 log.warning("error while closing", error=str(error))
         log.info("detector worker stopped", processed=self.processed)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: DetectorWorker) -> None:
-        self.worker = worker
-
-    def on_partitions_revoked(self, revoked) -> None:
-        revoked = set(revoked)
-        dropped = self.worker.batcher.drop(lambda p: p.partition in revoked)
-        self.worker.assignment = self.worker.assignment - revoked
-        log.info("partitions revoked", partitions=_names(revoked), dropped_uncommitted=dropped)
-
-    def on_partitions_assigned(self, assigned) -> None:
-        self.worker.assignment = self.worker.assignment | set(assigned)
-        log.info("partitions assigned", partitions=_names(assigned))
-
-
-def _names(partitions) -> list[str]:
-    return sorted(f"{p.topic}-{p.partition}" for p in partitions)
 
 
 def _ids(headers) -> dict[str, str]:

@@ -90,7 +90,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from lineguard.demo import run_demo
 
-    run_demo(args.out, small=args.small, data=args.data)
+    run_demo(args.out, small=args.small, data=args.data, stream=not args.no_stream)
     return 0
 
 
@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=0)
     data.set_defaults(func=cmd_data)
 
-    demo = commands.add_parser("demo", help="train, evaluate and export on real images")
+    demo = commands.add_parser("demo", help="train, evaluate, export, then stream through the pipeline")
     demo.add_argument("--small", action="store_true", help="a quick run on few, small images")
     demo.add_argument("--data", type=Path, default=None, help="an MVTec AD layout instead of ELPV")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--no-stream", action="store_true",
+                      help="stop after training, evaluation and export (no broker, no Redis)")
     demo.set_defaults(func=cmd_demo)
 
     from lineguard.service_commands import add_service_commands

@@ -1,7 +1,9 @@
-"""`lineguard demo`: train, evaluate and export a model on real images that install with the package.
+"""`lineguard demo`: train, evaluate and export a model on real images that install with the
+package, then stream the labelled test images through the whole pipeline.
 
 It trains on the ELPV solar cells (or an MVTec AD layout given with --data), reuses the model
-from an earlier run with the same settings, and prints where everything went.
+from an earlier run with the same settings, runs broker, detector and alerting (lineguard/
+demo_stream.py), and prints where everything went.
 """
 
 import json
@@ -16,7 +18,7 @@ FULL = {"limit": 200, "image_size": 256, "epochs": 20}
 SMALL = {"limit": 40, "image_size": 128, "epochs": 6}
 
 
-def run_demo(out: Path, small: bool = False, data: Path | None = None) -> dict:
+def run_demo(out: Path, small: bool = False, data: Path | None = None, stream: bool = True) -> dict:
     from detector.datasets import export_elpv
     from detector.evaluation.report import evaluate
     from detector.export import export_onnx
@@ -49,7 +51,11 @@ def run_demo(out: Path, small: bool = False, data: Path | None = None) -> dict:
         "model": str(model_dir), "report": str(model_dir / "evaluation" / "report.md"),
         "heatmaps": str(model_dir / "evaluation" / "heatmaps"), "onnx": onnx["onnx"],
         "image_auroc": round(report["overall"]["image_auroc"], 3),
-        "seconds": round(time.monotonic() - started, 1),
     }
+    if stream:
+        from lineguard.demo_stream import stream_demo
+
+        summary |= stream_demo(model_dir, data, out, small)
+    summary["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(summary, indent=2))
     return summary

@@ -5,7 +5,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+from kafka import (
+    ConsumerRebalanceListener,
+    KafkaAdminClient,
+    KafkaConsumer,
+    KafkaProducer,
+    OffsetAndMetadata,
+    TopicPartition,
+)
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -197,3 +204,28 @@ def send_dead_letter(producer: KafkaProducer, topic: str, record: Any, reason: s
                         worker_id=worker_id, time=utc_now())
     return producer.send(topic, key=record.key, value=record.value or b"",
                          headers=dead_letter_headers(record.headers, letter))
+
+
+class AssignmentTracker(ConsumerRebalanceListener):
+    """Keeps the partitions a consumer owns (readable from other threads) and tells the owner
+    which ones a rebalance takes away, before they go."""
+
+    def __init__(self, name: str, on_revoked=None) -> None:
+        self.name = name
+        self.assigned: frozenset[TopicPartition] = frozenset()
+        self._on_revoked = on_revoked
+
+    def on_partitions_revoked(self, revoked) -> None:
+        revoked = frozenset(revoked)
+        dropped = self._on_revoked(revoked) if self._on_revoked else None
+        self.assigned = self.assigned - revoked
+        log.info("partitions revoked", consumer=self.name, partitions=_names(revoked),
+                 dropped_uncommitted=dropped)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.assigned = self.assigned | frozenset(assigned)
+        log.info("partitions assigned", consumer=self.name, partitions=_names(assigned))
+
+
+def _names(partitions) -> list[str]:
+    return sorted(f"{p.topic}-{p.partition}" for p in partitions)

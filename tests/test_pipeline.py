@@ -226,16 +226,16 @@ def test_two_workers_share_partitions_and_one_takes_over(broker, pipeline_model,
     cameras = _cameras_covering(4)
     frame = elpv_frames(1, 0)[0]
     with running(first):
-        wait_until(lambda: len(first.assignment) == 4, 30)
+        wait_until(lambda: len(first.partitions.assigned) == 4, 30)
         with running(second):
-            wait_until(lambda: len(first.assignment) == 2
-                       and len(second.assignment) == 2, 30)
+            wait_until(lambda: len(first.partitions.assigned) == 2
+                       and len(second.partitions.assigned) == 2, 30)
             for camera in cameras:
                 publish(kafka, topics, "line-g", [frame] * 3, camera=camera)
             inspections(kafka, topics, 12, more_s=0.5)
             assert first.processed > 0 and second.processed > 0
         # second stopped (left the group): first takes all partitions over
-        wait_until(lambda: len(first.assignment) == 4, 30)
+        wait_until(lambda: len(first.partitions.assigned) == 4, 30)
         for camera in cameras:
             publish(kafka, topics, "line-g", [frame] * 2, camera=camera)
         records = inspections(kafka, topics, 20, more_s=0.5)

@@ -61,10 +61,30 @@ def test_resnet18_without_weights_is_an_error_not_random(elpv, tmp_path, capsys)
 
 def test_small_demo_trains_evaluates_exports_and_reuses(tmp_path, capsys):
     assert main(["demo", "--small", "--out", str(tmp_path)]) == 0
-    first = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    first = json.loads(out[out.rfind("\n{") + 1:])  # the summary follows the live view
     for key in ("model", "report", "heatmaps", "onnx"):
         assert Path(first[key]).exists(), key
+    # the streaming half: every frame inspected, events for the defective verdicts, crops
+    # written, and the broker (and any redis-server it started) stopped again
+    assert first["stream_frames_sent"] == first["stream_inspected"] == 80
+    assert first["stream_lost"] == 0 and first["stream_defect_events"] > 0
+    assert len(list(Path(first["defect_crops"]).glob("*-overlay.jpg"))) == first["stream_defect_events"]
+    for pid in (first["broker_pid"], first["redis_pid"]):
+        if pid is not None:
+            assert not _alive(pid), f"process {pid} left running"
     weights = Path(first["model"]) / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
-    assert main(["demo", "--small", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--small", "--no-stream", "--out", str(tmp_path)]) == 0
     assert weights.stat().st_mtime_ns == stamp  # the second run reuses the trained model
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as handle:  # a zombie waiting for its parent counts as gone
+        return handle.read().split(")")[-1].split()[0] != "Z"
