@@ -236,11 +236,14 @@ def test_two_workers_share_partitions_and_one_takes_over(broker, pipeline_model,
             assert first.processed > 0 and second.processed > 0
         # second stopped (left the group): first takes all partitions over
         wait_until(lambda: len(first.partitions.assigned) == 4, 30)
-        for camera in cameras:
-            publish(kafka, topics, "line-g", [frame] * 2, camera=camera)
+        taken_over = utc_now()
+        for camera in cameras:  # new frames, captured after the takeover
+            publish(kafka, topics, "line-g", [SourceFrame(frame.data, frame.content_type)
+                                              for _ in range(2)], camera=camera)
         records = inspections(kafka, topics, 20, more_s=0.5)
     assert len({r.frame_id for r in records}) == 20
-    assert {r.worker_id for r in records[-8:]} == {first.settings.worker_id}
+    later = [r for r in records if r.capture_time >= taken_over]
+    assert len(later) == 8 and {r.worker_id for r in later} == {first.settings.worker_id}
 
 
 def test_inspection_goes_on_with_cached_thresholds_when_redis_stops(broker, pipeline_model, tmp_path):
