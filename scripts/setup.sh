@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs lineguard with its test and export extras; skips the work when
-# pyproject.toml has not changed since the last successful set-up.
+# Creates .venv with lineguard and its test, export and deployment-check extras, and
+# .venv-tools with the tools that need their own environment (checkov); skips the work when
+# pyproject.toml and scripts/tools-requirements.txt have not changed since the last set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,7 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 
 stamp=.venv/.lineguard-setup
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/tools-requirements.txt | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
@@ -20,4 +21,6 @@ echo "setting up .venv (first run installs torch, a few minutes)..." >&2
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+[ -x .venv-tools/bin/python ] || "$python" -m venv .venv-tools
+.venv-tools/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/tools-requirements.txt
 echo "$want" > "$stamp"

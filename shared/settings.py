@@ -15,6 +15,9 @@ from pydantic_settings import (
 
 ENV_PREFIX = "LINEGUARD_"
 CONFIG_ENV = "LINEGUARD_CONFIG"
+SECRETS_DIR_ENV = "LINEGUARD_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = "/run/secrets/lineguard"
+MAX_SECRET_BYTES = 64 * 1024
 _config_file: ContextVar[Path | None] = ContextVar("lineguard_config_file", default=None)
 
 
@@ -102,9 +105,39 @@ class HttpSettings(BaseModel):
     liveness_timeout_s: float = Field(120.0, gt=0)
 
 
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Settings from files named like the environment variables (LINEGUARD_KAFKA__SASL_PASSWORD)
+    in a directory, e.g. a mounted Kubernetes Secret, so secrets need not sit in the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], directory: Path) -> None:
+        super().__init__(settings_cls)
+        self.directory = directory
+
+    def get_field_value(self, field, field_name):  # unused: __call__ builds the whole dict
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if not self.directory.is_dir():
+            return values
+        for path in sorted(self.directory.iterdir()):
+            if not path.name.startswith(ENV_PREFIX) or not path.is_file():
+                continue
+            if path.stat().st_size > MAX_SECRET_BYTES:
+                raise SettingsError(f"secret file {path} is larger than {MAX_SECRET_BYTES} bytes")
+            keys = path.name.removeprefix(ENV_PREFIX).lower().split("__")
+            target = values
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = path.read_text().strip()
+        return values
+
+
 class ServiceSettings(BaseSettings):
     """Base of every service's Settings: LINEGUARD_* environment variables (nested with `__`,
-    e.g. LINEGUARD_KAFKA__BOOTSTRAP_SERVERS) over an optional YAML file over the defaults."""
+    e.g. LINEGUARD_KAFKA__BOOTSTRAP_SERVERS), then files of the same names in the secrets
+    directory (LINEGUARD_SECRETS_DIR, /run/secrets/lineguard), then an optional YAML file,
+    then the defaults."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__",
                                       extra="forbid", nested_model_default_partial_update=True)
@@ -121,7 +154,9 @@ class ServiceSettings(BaseSettings):
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
         path = _config_file.get()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets = Path(os.environ.get(SECRETS_DIR_ENV, DEFAULT_SECRETS_DIR))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings,
+                                                     SecretFilesSource(settings_cls, secrets)]
         if path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)

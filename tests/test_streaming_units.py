@@ -350,3 +350,20 @@ def test_every_setting_is_documented():
     missing = {name for cls in (DetectorSettings, AlertingSettings, ProducerSettings)
                for name in names(cls, "LINEGUARD_") if f"`{name}`" not in doc}
     assert not missing, f"settings missing from docs/streaming.md: {sorted(missing)}"
+
+
+def test_secrets_can_come_from_files_named_like_the_variables(tmp_path, monkeypatch):
+    from alerting.settings import AlertingSettings
+
+    (tmp_path / "LINEGUARD_KAFKA__SASL_PASSWORD").write_text("from-file\n")
+    (tmp_path / "LINEGUARD_WEBHOOK_TOKEN").write_text("token")
+    (tmp_path / "unrelated.txt").write_text("ignored")
+    monkeypatch.setenv("LINEGUARD_SECRETS_DIR", str(tmp_path))
+    settings = AlertingSettings.load()
+    assert settings.kafka.sasl_password.get_secret_value() == "from-file"
+    assert settings.webhook_token.get_secret_value() == "token"
+    monkeypatch.setenv("LINEGUARD_KAFKA__SASL_PASSWORD", "from-env")  # the environment wins
+    assert AlertingSettings.load().kafka.sasl_password.get_secret_value() == "from-env"
+    (tmp_path / "LINEGUARD_REDIS__PASSWORD").write_bytes(b"x" * 70_000)
+    with pytest.raises(SettingsError, match="larger than"):
+        AlertingSettings.load()
