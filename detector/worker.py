@@ -215,6 +215,8 @@ class DetectorWorker:
                 sends.append(self.producer.send(
                     self.settings.topics.alerts.name, key=key, headers=pending.record.headers,
                     value=pack_alert(request, map_png, pending.record.value)))
+            log.debug("inspected", frame_id=meta.frame_id, line_id=meta.line_id,
+                      camera_id=meta.camera_id, score=round(score, 4), verdict=verdict)
             self.metrics.consumed.labels(meta.line_id).inc()
             self.metrics.inspected.labels(meta.line_id, verdict).inc()
             self.metrics.capture_to_inspection.labels(meta.line_id).observe(
