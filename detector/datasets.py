@@ -58,6 +58,21 @@ def split_holdout(images: list[Path], fraction: float, seed: int) -> tuple[list[
     return sorted(shuffled[count:]), sorted(shuffled[:count])
 
 
+def elpv_cells(label: str) -> list[Path]:
+    """The ELPV cell images (elpv-dataset package) labelled good (defect probability 0) or
+    defective (probability 1), sorted by name."""
+    try:
+        import elpv_dataset
+    except ImportError as error:
+        raise RuntimeError("the ELPV data comes with the elpv-dataset package: "
+                           "pip install 'lineguard[data]'") from error
+    root = Path(elpv_dataset.__file__).parent / "data"
+    with open(root / "labels.csv") as handle:
+        rows = [line.split() for line in handle if line.strip()]
+    wanted = {"good": 0.0, "defective": 1.0}[label]
+    return sorted(root / path for path, probability, _ in rows if float(probability) == wanted)
+
+
 def export_elpv(out: Path, train_fraction: float = 0.6, limit: int | None = None,
                 seed: int = 0) -> dict[str, int]:
     """Write the ELPV solar-cell set (from the elpv-dataset package) as an MVTec AD layout.
@@ -67,16 +82,7 @@ def export_elpv(out: Path, train_fraction: float = 0.6, limit: int | None = None
     cells go to test/defective. ELPV has image labels only, so there is no ground_truth/.
     `limit` caps the number of images per folder (for quick runs).
     """
-    try:
-        import elpv_dataset
-    except ImportError as error:
-        raise RuntimeError("the ELPV data comes with the elpv-dataset package: "
-                           "pip install 'lineguard[data]'") from error
-    root = Path(elpv_dataset.__file__).parent / "data"
-    with open(root / "labels.csv") as handle:
-        rows = [line.split() for line in handle if line.strip()]
-    good = sorted(root / path for path, prob, _ in rows if float(prob) == 0.0)
-    bad = sorted(root / path for path, prob, _ in rows if float(prob) == 1.0)
+    good, bad = elpv_cells("good"), elpv_cells("defective")
     rng = random.Random(seed)
     rng.shuffle(good)
     rng.shuffle(bad)

@@ -242,6 +242,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0 if frames["lost"] == 0 else 4
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from lineguard.bench import PARTS, run_bench
+
+    parts = args.parts.split(",") if args.parts else PARTS
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; choose from {PARTS}")
+    run_bench(args.out, parts, quick=args.quick, device=args.device)
+    return 0
+
+
 def add_service_commands(commands) -> None:
     config_help = "YAML settings file (environment variables LINEGUARD_* override it)"
 
@@ -335,6 +346,14 @@ def add_service_commands(commands) -> None:
     validate.add_argument("--timeout", type=float, default=120.0,
                           help="give up waiting after this many seconds without a new inspection")
     validate.set_defaults(func=cmd_validate)
+
+    bench = commands.add_parser("bench", help="throughput, latency and cost, side by side")
+    bench.add_argument("--out", type=Path, default=Path("runs/bench"))
+    bench.add_argument("--parts", default=None,
+                       help="comma-separated: model,compare,pipeline,sizes,workers (default: all)")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    bench.add_argument("--device", default="cpu")
+    bench.set_defaults(func=cmd_bench)
 
     broker = commands.add_parser("broker", help="run the embedded Kafka-compatible broker (local use)")
     broker.add_argument("--port", type=int, default=9092)

@@ -13,6 +13,7 @@ import numpy as np
 from kafka import KafkaConsumer
 
 from detector.calibration import calibrate
+from detector.datasets import elpv_cells
 from detector.frames import read_image
 from detector.inference import Inspector
 from detector.store import save_model
@@ -50,13 +51,7 @@ def redis_settings(url: str) -> RedisSettings:
 
 
 def elpv_paths(good: int, defective: int) -> tuple[list[Path], list[Path]]:
-    import elpv_dataset
-
-    root = Path(elpv_dataset.__file__).parent / "data"
-    rows = [line.split() for line in (root / "labels.csv").read_text().splitlines() if line.strip()]
-    good_paths = sorted(root / p for p, prob, _ in rows if float(prob) == 0.0)[:good]
-    bad_paths = sorted(root / p for p, prob, _ in rows if float(prob) == 1.0)[:defective]
-    return good_paths, bad_paths
+    return elpv_cells("good")[:good], elpv_cells("defective")[:defective]
 
 
 def jpeg_bytes(path: Path, quality: int = 92) -> bytes:
