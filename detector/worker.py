@@ -104,6 +104,7 @@ class DetectorWorker:
         self._pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         self.http: HealthServer | None = None
         self.processed = 0
+        self._observed = 0.0
         # Frames polled from a partition that a rebalance takes away are dropped uncommitted:
         # the partition's new owner inspects them
         self.partitions = AssignmentTracker("detector", on_revoked=lambda revoked: self.batcher.drop(
@@ -239,6 +240,11 @@ class DetectorWorker:
         self.metrics.threshold.labels(line_id, source).set(value)
 
     def _observe(self) -> None:
+        """Gauges that are read, not counted: at most once a second."""
+        now = time.monotonic()
+        if now - self._observed < 1.0:
+            return
+        self._observed = now
         age = self.thresholds.age_s()
         if age is not None:
             self.metrics.threshold_cache_age.set(age)

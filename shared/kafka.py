@@ -139,7 +139,12 @@ def consumer_lag(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
         highwater = consumer.highwater(partition)
         if highwater is None:
             continue
-        lag[partition] = max(0, highwater - consumer.position(partition, timeout_ms=0))
+        try:
+            position = consumer.position(partition, timeout_ms=0)
+        except KafkaError:  # position not known yet (just assigned): no figure this time
+            continue
+        if position is not None:
+            lag[partition] = max(0, highwater - position)
     return lag
 
 

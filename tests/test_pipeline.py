@@ -124,6 +124,8 @@ def test_frames_become_inspections_and_defect_events(broker, pipeline_model, red
         wait_until(lambda: urllib.request.urlopen(base + "/readyz").status == 200, 10)
         text = urllib.request.urlopen(base + "/metrics").read().decode()
         assert 'lineguard_frames_inspected_total{line="line-e2e",verdict="defective"} 6.0' in text
+        assert f'lineguard_consumer_lag{{partition="0",topic="{topics.frames.name}"}}' in text
+        assert 'lineguard_threshold{line="line-e2e",source="redis-line"}' in text
 
         # a redelivered alert request does not produce a second event
         alert = read_topic(kafka, topics.alerts.name, 1)[0]
