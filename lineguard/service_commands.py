@@ -265,7 +265,7 @@ def add_service_commands(commands) -> None:
     alerting.set_defaults(func=cmd_alerting)
 
     produce = commands.add_parser("produce", help="publish frames from a source to Kafka")
-    produce.add_argument("source", help="image folder or glob, video file, rtsp://..., camera:N, "
+    produce.add_argument("source", help="image folder or glob, recording, video file, rtsp://..., camera:N, "
                                         "zmq:tcp://*:5555 (bind) or zmq+connect:tcp://host:5555")
     produce.add_argument("--config", type=Path, default=None, help=config_help)
     produce.add_argument("--line", default=None, help="line id (settings: line_id)")

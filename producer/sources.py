@@ -183,11 +183,26 @@ def _zmq_frame(parts: list[bytes], max_bytes: int, jpeg_quality: int) -> SourceF
                        label=meta.label)
 
 
+def recording_frames(folder: str, loop: bool = False) -> Iterator[SourceFrame]:
+    """A recording's frames as a camera would send them now (labels kept, new ids and times);
+    `lineguard replay` sends them with their recorded headers instead."""
+    from producer.recording import read_recording
+
+    entries = read_recording(Path(folder))
+    while True:
+        for entry in entries:
+            yield SourceFrame((Path(folder) / entry.file).read_bytes(), entry.headers.content_type,
+                              part_id=entry.headers.part_id, label=entry.headers.label,
+                              origin=entry.file)
+        if not loop:
+            return
+
+
 def open_source(spec: str, *, loop: bool = False, label: str | None = None, jpeg_quality: int = 90,
                 max_bytes: int = 8 * 1024 * 1024, idle_timeout_s: float | None = None,
                 limit: int | None = None) -> Iterator[SourceFrame]:
     """A source from its spec: `zmq:ENDPOINT` (bind) or `zmq+connect:ENDPOINT`, `camera:N`,
-    `rtsp://...`/`http://...`, a video file, or an image folder or glob."""
+    `rtsp://...`/`http://...`, a video file, a recording, or an image folder or glob."""
     if spec.startswith(("zmq:", "zmq+connect:")):
         scheme, endpoint = spec.split(":", 1)
         return zmq_frames(endpoint, bind=scheme == "zmq", max_bytes=max_bytes,
@@ -195,4 +210,6 @@ def open_source(spec: str, *, loop: bool = False, label: str | None = None, jpeg
     if spec.startswith(("camera:", "rtsp://", "rtsps://", "http://", "https://")) or \
             Path(spec).suffix.lower() in VIDEO_SUFFIXES:
         return video_frames(spec, jpeg_quality, limit)
+    if (Path(spec) / "manifest.jsonl").is_file():
+        return recording_frames(spec, loop=loop)
     return folder_frames(spec, loop=loop, label=label, jpeg_quality=jpeg_quality)

@@ -69,6 +69,14 @@ def test_record_from_the_topic_and_replay_keeps_bytes_headers_and_order(env, tmp
     assert per_camera(replayed) == per_camera(original)
     assert sorted(len(v) for v in per_camera(replayed).values()) == [3, 3]
 
+    # a recording is also a producer source: same images, labels kept, new ids
+    from producer.sources import open_source
+
+    as_source = list(open_source(str(recording)))
+    assert [f.data for f in as_source] == [(recording / e.file).read_bytes()
+                                           for e in read_recording(recording)]
+    assert [f.label for f in as_source] == [e.headers.label for e in read_recording(recording)]
+
 
 def test_recording_cut_short_stays_usable(tmp_path):
     from producer.recording import RecordingError, RecordingWriter
