@@ -349,7 +349,8 @@ def saturation(rig: Rig, frames: list[bytes], workers: int = 1, threads: int | N
 
 
 def model_alone_fps(rig: Rig, frames: list[bytes]) -> float:
-    """The worker's own model on the same frames, decoded and prepared outside the timing."""
+    """The worker's own model on the same frames, in a fresh process like the worker's (so both
+    start from the same state), with the frames decoded and prepared outside the timing."""
     from detector.decoding import FrameLimits, decode_frame
     from detector.inference import Inspector
     from shared.schemas import FrameHeaders, utc_now
@@ -358,13 +359,26 @@ def model_alone_fps(rig: Rig, frames: list[bytes]) -> float:
     headers = FrameHeaders(frame_id="f", line_id="l", camera_id="c", capture_time=utc_now(),
                            sequence=0, content_type="image/jpeg").to_kafka()
     prepared = inspector.prepare([decode_frame(f, headers, FrameLimits())[1] for f in frames])
-    batch = rig.size.pipeline_batch
-    inspector.inspect_prepared(prepared[:batch])
+    path = rig.workdir / f"prepared-{uuid.uuid4().hex[:6]}.npy"
+    np.save(path, prepared)
+    code = ("import sys; from lineguard.bench import _time_model_alone; "
+            "print(_time_model_alone(sys.argv[1], sys.argv[2], int(sys.argv[3])))")
+    done = subprocess.run([sys.executable, "-c", code, str(rig.model), str(path),
+                           str(rig.size.pipeline_batch)], capture_output=True, text=True, check=True)
+    path.unlink()
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _time_model_alone(model: str, prepared_path: str, batch: int) -> float:
+    from detector.inference import Inspector
+
+    inspector = Inspector.from_directory(Path(model))
+    prepared = np.load(prepared_path)
+    inspector.inspect_prepared(prepared[:batch])  # warm-up
     started = time.perf_counter()
     for start in range(0, len(prepared) - batch + 1, batch):
         inspector.inspect_prepared(prepared[start:start + batch])
-    used = (len(prepared) // batch) * batch
-    return used / (time.perf_counter() - started)
+    return (len(prepared) // batch) * batch / (time.perf_counter() - started)
 
 
 def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[float]) -> dict:
@@ -374,19 +388,23 @@ def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[f
     from shared.thresholds import ThresholdKeys, connect, set_threshold
 
     threshold = float(np.clip(np.quantile(scores, 0.9), 0.001, 0.999))
-    set_threshold(connect(rig.redis), ThresholdKeys(rig.redis.prefix), "bench-line", threshold,
-                  who="lineguard bench")
+    client, keys = connect(rig.redis), ThresholdKeys(rig.redis.prefix)
+    set_threshold(client, keys, "bench-line", threshold, who="lineguard bench")
+    set_threshold(client, keys, "warm-up", 0.001, who="lineguard bench")  # every warm-up frame alerts
     topics = rig.topics()
     count = max(4, int(rate * rig.size.latency_seconds))
     chosen = [frames[i % len(frames)] for i in range(count)]
     with rig.services(topics, alerting=True):
-        rig.publish(topics, chosen[:2])  # wait until the worker has joined and inspects
-        rig.collect(topics.inspections.name, 2, 120, InspectionRecord.from_bytes)
+        # until detector and alerting have both joined their groups and handled a frame
+        rig.publish(topics, chosen[:2], line="warm-up")
+        rig.collect(topics.defects.name, 2, 120, DefectEvent.from_bytes)
         rig.publish(topics, chosen, fps=rate)
-        inspections = rig.collect(topics.inspections.name, count + 2, 120, InspectionRecord.from_bytes)
-        defective = sum(r.verdict == "defective" for r in inspections)
-        events = rig.collect(topics.defects.name, defective, 60, DefectEvent.from_bytes)
-    timed = inspections[2:] if len(inspections) > 2 else inspections
+        measured = [r for r in rig.collect(topics.inspections.name, count + 2, 120,
+                                           InspectionRecord.from_bytes) if r.line_id == "bench-line"]
+        defective = sum(r.verdict == "defective" for r in measured)
+        events = [e for e in rig.collect(topics.defects.name, defective + 2, 60, DefectEvent.from_bytes)
+                  if e.line_id == "bench-line"]
+    timed = measured
 
     def percentiles(values):
         if not values:
@@ -395,7 +413,13 @@ def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[f
         return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1),
                 "p99_ms": round(float(p99), 1), "count": len(values)}
 
+    def median(values):
+        return round(float(np.median(values)), 1) if values else None
+
     return {"rate_frames_per_s": round(rate, 1), "threshold": round(threshold, 4),
+            "median_queue_wait_ms": median([r.timings.queue_wait_ms for r in timed]),
+            "median_inference_ms": median([r.timings.inference_ms for r in timed]),
+            "mean_batch": round(float(np.mean([r.timings.batch_size for r in timed])), 2) if timed else None,
             "capture_to_inspection": percentiles(
                 [(r.inspected_time - r.capture_time).total_seconds() for r in timed]),
             "capture_to_defect_event": percentiles(
@@ -403,13 +427,18 @@ def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[f
 
 
 def bench_pipeline(rig: Rig) -> dict:
+    """Saturation between two model-alone measurements (each in a fresh process), so the ratio
+    compares like with like on a machine whose speed drifts."""
     size = rig.size
     frames = source_frames(size.pipeline_frames, 300)
+    before = model_alone_fps(rig, frames)
     saturated = saturation(rig, frames)
-    alone = model_alone_fps(rig, frames)
+    after = model_alone_fps(rig, frames)
+    alone = (before + after) / 2
     scores = saturated.pop("scores")
     latency = half_load_latency(rig, frames, max(1.0, (saturated["frames_per_s"] or 2) / 2), scores)
     return {"saturation": saturated, "model_alone_frames_per_s": round(alone, 1),
+            "model_alone_before_after": [round(before, 1), round(after, 1)],
             "pipeline_over_model": round((saturated["frames_per_s"] or 0) / alone, 3),
             "half_load": latency}
 
@@ -540,11 +569,15 @@ def run_bench(out: Path, parts: list[str], quick: bool = False, device: str = "c
                 result["pipeline"] = bench_pipeline(rig)
                 p = result["pipeline"]
                 print(f"\n## Pipeline\n\none worker at saturation: {p['saturation']['frames_per_s']} "
-                      f"frames/s; model alone: {p['model_alone_frames_per_s']} frames/s; "
+                      f"frames/s; model alone: {p['model_alone_frames_per_s']} frames/s (before, "
+                      f"after: {p['model_alone_before_after']}); "
                       f"ratio {p['pipeline_over_model']}\n\nat half load "
                       f"({p['half_load']['rate_frames_per_s']} frames/s), p50/p95/p99 ms: capture to "
                       f"inspection {_cell(p['half_load']['capture_to_inspection'])}; capture to defect "
-                      f"event {_cell(p['half_load']['capture_to_defect_event'])}")
+                      f"event {_cell(p['half_load']['capture_to_defect_event'])}; median queue wait "
+                      f"{p['half_load']['median_queue_wait_ms']} ms, batch inference "
+                      f"{p['half_load']['median_inference_ms']} ms, "
+                      f"mean batch {p['half_load']['mean_batch']}")
             if "sizes" in parts:
                 result["sizes"] = bench_sizes(rig)
                 print("\n## Source frame size\n\n" + table(result["sizes"], [

@@ -82,15 +82,18 @@ class FramePublisher:
         in_flight: deque[_InFlight] = deque()
         started = time.monotonic()
         taken = 0
+        frames = iter(frames)
         try:
-            for frame in frames:
-                if stop() or (limit is not None and taken >= limit):
+            while not stop() and (limit is None or taken < limit):
+                # Pace before taking the frame, so a frame's capture time is when it is sent
+                if s.fps > 0:
+                    time.sleep(max(0.0, started + taken / s.fps - time.monotonic()))
+                frame = next(frames, None)
+                if frame is None:
                     break
                 taken += 1
                 if frame.due_s is not None:
                     time.sleep(max(0.0, started + frame.due_s - time.monotonic()))
-                elif s.fps > 0:
-                    time.sleep(max(0.0, started + (taken - 1) / s.fps - time.monotonic()))
                 if len(frame.data) > s.max_frame_bytes:
                     summary.skipped += 1
                     log.error("frame larger than max_frame_bytes skipped", origin=frame.origin,

@@ -20,7 +20,7 @@ def test_quick_bench_runs_every_part(tmp_path, redis_url, capsys):
     assert {"cot / efficientnet-lite0", "symmetric / efficientnet-lite0", "cot / resnet18"} <= names
     pipeline = result["pipeline"]
     assert pipeline["saturation"]["inspected"] == pipeline["saturation"]["frames"]
-    assert pipeline["pipeline_over_model"] > 0
+    assert pipeline["pipeline_over_model"] > 0 and len(pipeline["model_alone_before_after"]) == 2
     assert pipeline["half_load"]["capture_to_inspection"]["count"] > 0
     assert [row["inspected"] for row in result["sizes"]] == [row["frames"] for row in result["sizes"]]
     assert [row["workers"] for row in result["workers"]] == [1, 2]
