@@ -30,6 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import redis
 import torch
 
 from shared.logging import get_logger
@@ -231,7 +232,13 @@ class Rig:
                                        heartbeat_interval_ms=2000, linger_ms=10)
             self.redis = RedisSettings(url=url, prefix=f"lineguard-bench-{uuid.uuid4().hex[:6]}")
             self.model = write_bench_model(self.workdir / "model", self.size.image_size)
-            yield self
+            try:
+                yield self
+            finally:  # leave a shared Redis as it was found
+                client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+                keys = list(client.scan_iter(match=f"{self.redis.prefix}:*"))
+                if keys:
+                    client.delete(*keys)
 
     def topics(self, partitions: int = 4):
         from shared.kafka import create_topics

@@ -26,6 +26,9 @@ def test_quick_bench_runs_every_part(tmp_path, redis_url, capsys):
     assert [row["workers"] for row in result["workers"]] == [1, 2]
     assert result["decode"]["opencv_cpu_frames_per_s"] > 0
     assert "| precision | batch |" in capsys.readouterr().out
+    import redis
+
+    assert not list(redis.Redis.from_url(redis_url).scan_iter(match="lineguard-bench-*"))
 
 
 def test_gpu_script_runs_on_the_cpu(tmp_path):
