@@ -58,7 +58,7 @@ def test_dockerfile_lints_clean_and_runs_existing_commands():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_and_validates(overlay):
+def test_overlay_renders_and_validates(overlay, tmp_path):
     from cloudcoil.models.keda import v1alpha1 as keda
     from cloudcoil.models.prometheus_operator import v1 as monitoring
 
@@ -78,10 +78,31 @@ def test_overlay_renders_and_validates(overlay):
             model = crd_models[key].model_validate(doc)
             dumped = model.model_dump(by_alias=True, exclude_none=True, mode="json")
             assert not _unknown_fields(doc, dumped), (doc["kind"], _unknown_fields(doc, dumped))
-        elif doc["kind"] in strimzi:
-            assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2" and doc["spec"], doc["kind"]
-        else:
+        elif doc["kind"] not in strimzi:
             kubernetes_validate.validate(doc, version, strict=True)
+    custom = [doc for doc in docs if doc["kind"] in strimzi]
+    assert len(custom) == 8
+    ok, report = validate_strimzi(custom, tmp_path)
+    assert ok, report
+
+
+def validate_strimzi(docs: list[dict], tmp_path: Path) -> tuple[bool, str]:
+    """Strimzi resources against the schemas generated from Strimzi's CRDs (npm package in
+    deploy/checks, installed by scripts/setup.sh)."""
+    checks = DEPLOY / "checks"
+    assert (checks / "node_modules").is_dir(), "run scripts/setup.sh (npm ci in deploy/checks)"
+    path = tmp_path / f"strimzi-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(docs))
+    done = subprocess.run([tool("node"), str(checks / "validate-strimzi.mjs"), str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=checks)
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+def test_strimzi_check_catches_a_bad_resource(tmp_path):
+    topic = next(d for d in render("cpu") if d["kind"] == "KafkaTopic")
+    topic["spec"]["partitions"] = "twelve"
+    ok, report = validate_strimzi([topic], tmp_path)
+    assert not ok and "partitions must be integer" in report
 
 
 def _unknown_fields(given, known, path="") -> list[str]:
