@@ -136,18 +136,19 @@ class AlertingService:
             self._close()
 
     def _process(self, records: list[ConsumerRecord]) -> None:
-        sends, events = [], []
+        sends, events, batch_ids = [], [], set()
         for record in records:
             try:
                 event = self.build_event(record)
             except (SchemaError, FrameRejectedError, ValueError) as error:
                 sends.append(self._dead_letter(record, error))
                 continue
-            if self.dedup.seen(event.event_id):
+            if event.event_id in batch_ids or self.dedup.seen(event.event_id):
                 self.metrics.suppressed.inc()
                 log.info("defect already alerted; not published again", event_id=event.event_id,
                          frame_id=event.frame_id, line_id=event.line_id)
                 continue
+            batch_ids.add(event.event_id)
             body = event.to_bytes()
             sends.append(self.producer.send(self.settings.topics.defects.name,
                                             key=event.line_id.encode(), value=body))
