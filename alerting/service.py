@@ -31,6 +31,7 @@ from shared.schemas import (
     SchemaError,
     b64,
     decode_normalised_map,
+    unb64,
     unpack_alert,
     utc_now,
 )
@@ -255,8 +256,7 @@ def bound_event(event: DefectEvent, max_bytes: int) -> DefectEvent:
 
 def frame_from_event(jpeg_b64: str) -> np.ndarray:
     """Decode a crop or overlay of an event (RGB), e.g. to show or check it."""
-    import base64
-    data = np.frombuffer(base64.b64decode(jpeg_b64), np.uint8)
+    data = np.frombuffer(unb64(jpeg_b64), np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError("not a JPEG")

@@ -225,9 +225,10 @@ class DetectorWorker:
         return sends
 
     def _dead_letter(self, record: ConsumerRecord, rejected: FrameRejectedError):
+        ids = _ids(record.headers)
         log.warning("frame dead-lettered", reason=rejected.reason, detail=rejected.detail,
-                    partition=record.partition, offset=record.offset, **_ids(record.headers))
-        self.metrics.consumed.labels(_ids(record.headers).get("line_id", "unknown")).inc()
+                    partition=record.partition, offset=record.offset, **ids)
+        self.metrics.consumed.labels(ids.get("line_id", "unknown")).inc()
         self.metrics.dead_lettered.labels(rejected.reason).inc()
         return send_dead_letter(self.producer, self.settings.topics.dead_letter.name, record,
                                 rejected.reason, rejected.detail, self.settings.worker_id)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import redis
 import torch
 
 from shared.logging import get_logger
@@ -223,22 +222,19 @@ class Rig:
     @contextmanager
     def up(self):
         from lineguard.broker import EmbeddedBroker
-        from lineguard.demo_stream import demo_redis
+        from lineguard.demo_stream import delete_keys, local_redis
         from shared.settings import KafkaSettings, RedisSettings
 
         with EmbeddedBroker(log_file=self.workdir / "broker.log") as broker, \
-                demo_redis(workdir=self.workdir) as (url, _):
+                local_redis(workdir=self.workdir) as (url, _):
             self.kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000,
                                        heartbeat_interval_ms=2000, linger_ms=10)
             self.redis = RedisSettings(url=url, prefix=f"lineguard-bench-{uuid.uuid4().hex[:6]}")
             self.model = write_bench_model(self.workdir / "model", self.size.image_size)
             try:
                 yield self
-            finally:  # leave a shared Redis as it was found
-                client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-                keys = list(client.scan_iter(match=f"{self.redis.prefix}:*"))
-                if keys:
-                    client.delete(*keys)
+            finally:
+                delete_keys(url, f"{self.redis.prefix}:*")
 
     def topics(self, partitions: int = 4):
         from shared.kafka import create_topics
@@ -310,13 +306,9 @@ class Rig:
                     process.kill()
 
     def collect(self, topic: str, count: int, timeout_s: float, parse) -> list:
-        from kafka import KafkaConsumer
+        from shared.kafka import topic_reader
 
-        from shared.kafka import client_options
-
-        consumer = KafkaConsumer(topic, **client_options(self.kafka), group_id=None,
-                                 auto_offset_reset="earliest", enable_auto_commit=False,
-                                 max_partition_fetch_bytes=self.kafka.max_message_bytes)
+        consumer = topic_reader(self.kafka, topic)
         found = []
         deadline = time.monotonic() + timeout_s
         try:
@@ -391,6 +383,7 @@ def _time_model_alone(model: str, prepared_path: str, batch: int) -> float:
 def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[float]) -> dict:
     """Frames at `rate` frames/s with alerting running; the line's threshold puts about one
     frame in ten over it, so there are defect events to time."""
+    from lineguard.validation import percentiles
     from shared.schemas import DefectEvent, InspectionRecord
     from shared.thresholds import ThresholdKeys, connect, set_threshold
 
@@ -412,13 +405,6 @@ def half_load_latency(rig: Rig, frames: list[bytes], rate: float, scores: list[f
         events = [e for e in rig.collect(topics.defects.name, defective + 2, 60, DefectEvent.from_bytes)
                   if e.line_id == "bench-line"]
     timed = measured
-
-    def percentiles(values):
-        if not values:
-            return None
-        p50, p95, p99 = np.percentile(np.array(values) * 1000, [50, 95, 99])
-        return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1),
-                "p99_ms": round(float(p99), 1), "count": len(values)}
 
     def median(values):
         return round(float(np.median(values)), 1) if values else None

@@ -2,7 +2,6 @@
 services, frames replayed from a labelled recording, a live view at the terminal, defect crops
 written to a folder, and everything stopped again at the end or on Ctrl-C."""
 
-import base64
 import contextlib
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import redis
 from kafka import KafkaConsumer
 
 from shared.logging import get_logger
+from shared.schemas import unb64
 
 log = get_logger("lineguard.demo")
 
@@ -24,7 +24,7 @@ class RedisUnavailableError(RuntimeError):
 
 
 @contextlib.contextmanager
-def demo_redis(url: str = "redis://127.0.0.1:6379/0", workdir: Path | None = None):
+def local_redis(url: str = "redis://127.0.0.1:6379/0", workdir: Path | None = None):
     """The local Redis when it answers, else a redis-server from PATH on a free port."""
     from lineguard.broker import free_port
 
@@ -61,6 +61,15 @@ def demo_redis(url: str = "redis://127.0.0.1:6379/0", workdir: Path | None = Non
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def delete_keys(url: str, pattern: str) -> None:
+    """Remove what a run wrote to a (possibly shared) Redis, so it is left as it was found."""
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
 
 
 class LiveView:
@@ -116,10 +125,10 @@ class LiveView:
         self.crops.mkdir(parents=True, exist_ok=True)
         stem = f"{event.line_id}-{event.frame_id}"[:120]
         if event.overlay_jpeg:
-            (self.crops / f"{stem}-overlay.jpg").write_bytes(base64.b64decode(event.overlay_jpeg))
+            (self.crops / f"{stem}-overlay.jpg").write_bytes(unb64(event.overlay_jpeg))
         for index, region in enumerate(event.regions):
             if region.crop_jpeg:
-                (self.crops / f"{stem}-region{index}.jpg").write_bytes(base64.b64decode(region.crop_jpeg))
+                (self.crops / f"{stem}-region{index}.jpg").write_bytes(unb64(region.crop_jpeg))
         largest = max(event.regions, key=lambda r: r.area, default=None)
         size = f"{largest.width}x{largest.height}" if largest else "-"
         print(f"  DEFECT {event.frame_id:<40} score {event.score:.3f}  regions {len(event.regions)}"
@@ -152,7 +161,7 @@ def stream_demo(model_dir: Path, data: Path, out: Path, small: bool) -> dict:
     services: list = []
     threads: list[threading.Thread] = []
     started = {}
-    with EmbeddedBroker(log_file=out / "broker.log") as broker, demo_redis(workdir=out) as (url, server):
+    with EmbeddedBroker(log_file=out / "broker.log") as broker, local_redis(workdir=out) as (url, server):
         started = {"broker_pid": broker.process.pid, "redis_pid": server.pid if server else None,
                    "broker": broker.bootstrap, "redis": url}
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000,
@@ -189,11 +198,7 @@ def stream_demo(model_dir: Path, data: Path, out: Path, small: bool) -> dict:
                 service.stop()
             for thread in threads:
                 thread.join(timeout=30)
-            with contextlib.suppress(redis.RedisError):
-                client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-                keys = list(client.scan_iter(match=f"{prefix}:*"))
-                if keys:
-                    client.delete(*keys)
+            delete_keys(url, f"{prefix}:*")
     metrics, frames = report["metrics"], report["frames"]
     latency = report["latency"]["capture_to_inspection"] or {}
     return {

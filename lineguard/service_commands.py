@@ -161,7 +161,11 @@ def cmd_record(args: argparse.Namespace) -> int:
                               args.camera or "cam-1", limit=args.limit)
         skipped = 0
     else:
-        consumer = _topic_reader(settings, settings.topics.frames.name, args.since)
+        from shared.kafka import topic_reader
+
+        # from a minute before --since: capture and broker times differ a little
+        since_ms = int(args.since.timestamp() * 1000) - 60_000 if args.since else None
+        consumer = topic_reader(settings.kafka, settings.topics.frames.name, since_ms)
         try:
             count, skipped = record_topic(consumer, args.out, f"topic:{settings.topics.frames.name}",
                                           line_id=args.line, since=args.since, until=args.until,
@@ -176,29 +180,6 @@ def _tool_settings(args: argparse.Namespace):
     from lineguard.tool_settings import ToolSettings
 
     return ToolSettings.load(args.config)
-
-
-def _topic_reader(settings, topic: str, since):
-    """A group-less consumer on every partition of `topic`, from `since` (or the beginning)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from shared.kafka import client_options
-
-    consumer = KafkaConsumer(**client_options(settings.kafka), group_id=None, enable_auto_commit=False,
-                             max_partition_fetch_bytes=settings.kafka.max_message_bytes)
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-    if not partitions:
-        consumer.close()
-        raise ValueError(f"topic {topic} does not exist")
-    consumer.assign(partitions)
-    offsets = (consumer.offsets_for_times({tp: int(since.timestamp() * 1000) - 60_000
-                                           for tp in partitions}) if since else {})
-    for tp in partitions:
-        if offsets.get(tp) is not None:
-            consumer.seek(tp, offsets[tp].offset)
-        else:
-            consumer.seek_to_beginning(tp)
-    return consumer
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

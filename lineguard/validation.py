@@ -10,12 +10,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from kafka import KafkaConsumer, TopicPartition
 
 from detector.evaluation.metrics import auroc, f1_max, roc_curve
 from lineguard.tool_settings import ToolSettings
 from producer.recording import RecordedFrame, read_recording, replay_frames
-from shared.kafka import client_options, make_producer
+from shared.kafka import make_producer, topic_reader
 from shared.logging import get_logger
 from shared.schemas import DefectEvent, InspectionRecord
 
@@ -47,7 +46,7 @@ def detection_metrics(results: list[FrameResult], target_recall: float) -> dict:
         "recall": true_pos / labels.sum() if labels.any() else None,
     }
     p, r = metrics["precision"], metrics["recall"]
-    metrics["f1"] = 2 * p * r / (p + r) if p and r else 0.0 if p is not None and r is not None else None
+    metrics["f1"] = None if p is None or r is None else (2 * p * r / (p + r) if p + r else 0.0)
     if labels.any() and (~labels).any():
         metrics["image_auroc"] = auroc(labels, scores)
         best_f1, best_threshold = f1_max(labels, scores)
@@ -131,21 +130,12 @@ def _collect(settings: ToolSettings, topic: str, since_ms: int, wanted: set[str]
              timeout_s: float) -> list:
     """Records of `topic` whose frame_id is wanted, from about `since_ms` on, until all came
     (and one more second for duplicates) or nothing new came for timeout_s."""
-    consumer = KafkaConsumer(**client_options(settings.kafka), group_id=None,
-                             enable_auto_commit=False,
-                             max_partition_fetch_bytes=settings.kafka.max_message_bytes)
+    try:
+        consumer = topic_reader(settings.kafka, topic, since_ms - 2000)
+    except ValueError:
+        return []
     found, seen = [], set()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        offsets = consumer.offsets_for_times({tp: max(0, since_ms - 2000) for tp in partitions})
-        for tp in partitions:
-            if offsets.get(tp) is not None:
-                consumer.seek(tp, offsets[tp].offset)
-            else:
-                consumer.seek_to_beginning(tp)
         last_progress = time.monotonic()
         done_at = None
         while time.monotonic() - last_progress < timeout_s:

@@ -234,3 +234,23 @@ class AssignmentTracker(ConsumerRebalanceListener):
 
 def _names(partitions) -> list[str]:
     return sorted(f"{p.topic}-{p.partition}" for p in partitions)
+
+
+def topic_reader(settings: KafkaSettings, topic: str, since_ms: int | None = None) -> KafkaConsumer:
+    """A group-less consumer on every partition of `topic`, positioned at the first record at
+    or after `since_ms` (where the broker finds one), else at the beginning."""
+    consumer = KafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False,
+                             max_partition_fetch_bytes=settings.max_message_bytes)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    if not partitions:
+        consumer.close()
+        raise ValueError(f"topic {topic} does not exist")
+    consumer.assign(partitions)
+    offsets = (consumer.offsets_for_times({tp: max(0, since_ms) for tp in partitions})
+               if since_ms is not None else {})
+    for tp in partitions:
+        if offsets.get(tp) is not None:
+            consumer.seek(tp, offsets[tp].offset)
+        else:
+            consumer.seek_to_beginning(tp)
+    return consumer

@@ -50,48 +50,12 @@ def pipeline_model(tmp_path_factory):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """The machine's Redis at 127.0.0.1:6379 (or LINEGUARD_TEST_REDIS_URL); when none answers,
-    a redis-server from PATH on a free port for this session."""
+    a redis-server from PATH on a free port for this session (the demo's own helper)."""
     import os
-    import shutil
-    import subprocess
 
-    import redis
-
-    from lineguard.broker import free_port
+    from lineguard.demo_stream import delete_keys, local_redis
 
     url = os.environ.get("LINEGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.ping()
-    except redis.RedisError:
-        client = None
-    if client is not None:
-        yield url
-        keys = list(client.scan_iter(match="lgtest-*", count=1000))  # what the tests wrote
-        if keys:
-            client.delete(*keys)
-        return
-    if shutil.which("redis-server") is None:
-        pytest.fail(f"no Redis at {url} and no redis-server on PATH: install Redis "
-                    "(e.g. apt install redis-server) or set LINEGUARD_TEST_REDIS_URL")
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                               "--save", "", "--appendonly", "no",
-                               "--dir", str(tmp_path_factory.mktemp("redis"))],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    from tests.streaming import wait_until
-
-    wait_until(lambda: _answers(url), 10)
-    yield url
-    server.kill()
-    server.wait()
-
-
-def _answers(url: str) -> bool:
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
+    with local_redis(url, workdir=tmp_path_factory.mktemp("redis")) as (running_url, _):
+        yield running_url
+        delete_keys(running_url, "lgtest-*")  # what the tests wrote
